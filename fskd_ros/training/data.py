@@ -123,7 +123,7 @@ def load_rgb_resized(path: Path | str, size: Tuple[int, int]) -> np.ndarray:
         raise DataError(f"cannot decode image {path}: {exc}") from exc
 
 
-def _cache_key(imageset: ImageSet, size: Tuple[int, int]) -> str:
+def cache_key(imageset: ImageSet, size: Tuple[int, int]) -> str:
     digest = hashlib.sha256()
     digest.update(f"v1 {size[0]}x{size[1]}".encode())
     for path in imageset.paths:
@@ -142,7 +142,7 @@ def decode_images(imageset: ImageSet, size: Tuple[int, int],
     size = (int(size[0]), int(size[1]))
     cache_path = None
     if cache_dir is not None:
-        key = _cache_key(imageset, size)
+        key = cache_key(imageset, size)
         cache_path = Path(cache_dir) / f"{imageset.name}-{size[0]}x{size[1]}-{key}.npy"
         if cache_path.is_file():
             return np.load(cache_path, mmap_mode="r", allow_pickle=False)
