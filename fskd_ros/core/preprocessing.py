@@ -34,9 +34,8 @@ class ImageFormatError(ValueError):
     """The raw image cannot be interpreted; the message says why."""
 
 
-def raw_to_rgb(encoding: str, height: int, width: int, step: int, data: bytes,
-               is_bigendian: bool = False) -> np.ndarray:
-    """Validate a raw image buffer and return an (H, W, 3) RGB uint8 array."""
+def validate_raw(encoding: str, height: int, width: int, step: int, data_size: int) -> None:
+    """Raise ImageFormatError unless the buffer fields describe a usable image."""
     if encoding not in SUPPORTED_ENCODINGS:
         raise ImageFormatError(
             f"unsupported encoding '{encoding}'; supported: {', '.join(SUPPORTED_ENCODINGS)}")
@@ -45,14 +44,21 @@ def raw_to_rgb(encoding: str, height: int, width: int, step: int, data: bytes,
     if height > MAX_SIDE or width > MAX_SIDE:
         raise ImageFormatError(f"image {width}x{height} exceeds {MAX_SIDE} px per side")
     channels, kind = SUPPORTED_ENCODINGS[encoding]
-    itemsize = 2 if kind == "u2" else 1
-    row_bytes = width * channels * itemsize
+    row_bytes = width * channels * (2 if kind == "u2" else 1)
     if step < row_bytes:
         raise ImageFormatError(
             f"step {step} is smaller than width*channels*bytes = {row_bytes} for {encoding}")
-    if len(data) != step * height:
+    if data_size != step * height:
         raise ImageFormatError(
-            f"data has {len(data)} bytes, expected step*height = {step}*{height} = {step * height}")
+            f"data has {data_size} bytes, expected step*height = {step}*{height} = {step * height}")
+
+
+def raw_to_rgb(encoding: str, height: int, width: int, step: int, data: bytes,
+               is_bigendian: bool = False) -> np.ndarray:
+    """Validate a raw image buffer and return an (H, W, 3) RGB uint8 array."""
+    validate_raw(encoding, height, width, step, len(data))
+    channels, kind = SUPPORTED_ENCODINGS[encoding]
+    row_bytes = width * channels * (2 if kind == "u2" else 1)
     dtype = np.dtype(kind).newbyteorder(">" if is_bigendian else "<")
     rows = np.frombuffer(data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
     pixels = rows.copy().view(dtype).reshape(height, width, channels)

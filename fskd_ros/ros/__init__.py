@@ -1,0 +1,1 @@
+"""Thin ROS 2 nodes over fskd_ros.core. Nothing here imports torch."""
