@@ -1,10 +1,8 @@
 """Image loading for calibration and benchmarks, preprocessed exactly like the runtime.
 
-RGB decode -> PIL bilinear resize of the whole image to the encoder's input
-size -> /255 -> (x - mean) / std -> CHW float32. This mirrors
-``fskd_ros.training.data.load_rgb_resized`` + normalisation and the node's
-preprocessing, without torch (no shared runtime preprocessing module existed
-when this was written; keep the two in step).
+Delegates to ``fskd_ros.core.preprocessing`` (the nodes' own code): RGB decode ->
+bilinear resize of the whole image to the encoder's input size -> /255 ->
+(x - mean) / std -> CHW float32. No torch.
 """
 
 from __future__ import annotations
@@ -44,31 +42,13 @@ def list_images(folder: Path | str, limit: int = 0) -> List[Path]:
     return picked
 
 
-def load_rgb(path: Path | str, size: Sequence[int]) -> np.ndarray:
-    """(H, W, 3) uint8, whole image resized bilinearly to ``size`` = (H, W)."""
-    from PIL import Image
-
-    height, width = int(size[0]), int(size[1])
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (width, height):
-            img = img.resize((width, height), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def normalise(rgb: np.ndarray, info: EncoderInfo) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32 normalised with the encoder's mean/std."""
-    mean = np.asarray(info.mean, dtype=np.float32).reshape(1, 1, 3)
-    std = np.asarray(info.std, dtype=np.float32).reshape(1, 1, 3)
-    x = (rgb.astype(np.float32) / 255.0 - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
 def load_batch(paths: Sequence[Path | str], info: EncoderInfo) -> np.ndarray:
     """(N, 3, H, W) float32 batch ready for ``EncoderBackend.encode``."""
+    from fskd_ros.core.preprocessing import load_image_file, preprocess
+
     out = np.empty((len(paths), 3, int(info.input_size[0]), int(info.input_size[1])), np.float32)
     for i, path in enumerate(paths):
-        out[i] = normalise(load_rgb(path, info.input_size), info)
+        out[i] = preprocess(load_image_file(str(path)), info)
     return out
 
 
