@@ -37,6 +37,7 @@ PARAMETERS = [
     ParamSpec("width", 0, "Resize to this width (0 = keep)", (0, 16384)),
     ParamSpec("height", 0, "Resize to this height (0 = keep)", (0, 16384)),
     ParamSpec("start_delay_s", 0.0, "Wait before the first frame (let subscribers connect)", (0.0, 3600.0)),
+    ParamSpec("wait_for_subscribers", 0, "Hold the first frame until this many subscribers listen", (0, 1000)),
     ParamSpec("max_frames", 0, "Stop after this many frames (0 = all)", (0, 10**9)),
 ]
 
@@ -105,6 +106,8 @@ class ReplayNode(Node):
                     return
 
     def _start(self) -> None:
+        if self._image_pub.get_subscription_count() < self.params["wait_for_subscribers"]:
+            return  # checked again on the next start timer tick
         self.destroy_timer(self._start_timer)
         self.create_timer(1.0 / self.params["rate_hz"], self._tick)
 
