@@ -233,7 +233,7 @@ def test_annotated_image_only_while_subscribed(pipeline):
     node = pipeline.client.node
     topic = "/fskd/annotated_image"
     got = []
-    sub = node.create_subscription(Image, topic, got.append, qos.IMAGE_SUBSCRIPTION)
+    sub = node.create_subscription(Image, topic, lambda m: got.append(m), qos.IMAGE_SUBSCRIPTION)
     try:
         wait_until(lambda: node.count_publishers(topic) > 0, 10, "annotated_image publisher")
         time.sleep(1.2)  # the classifier checks for watchers twice a second
