@@ -27,7 +27,9 @@ from fskd_ros.msg import Classification  # noqa: E402
 from fskd_ros.ros import qos  # noqa: E402
 from fskd_ros.ros.client import PipelineClient  # noqa: E402
 from fskd_ros.ros.image_conversion import rgb_to_image  # noqa: E402
-from ros_helpers import start_inspect, wait_until  # noqa: E402
+import sys  # noqa: E402
+
+from ros_helpers import Process, start_inspect, wait_until  # noqa: E402
 
 CAMERA = "/test_camera/image_raw"
 SHOTS, QUERIES = 5, 6
@@ -250,3 +252,16 @@ def test_annotated_image_only_while_subscribed(pipeline):
                                   np.full((64, 3), 200, np.uint8))  # banner drawn
     finally:
         node.destroy_subscription(sub)
+
+
+def test_readme_example_enrolls_from_another_process(pipeline, neu_split):
+    files = [str(p) for p in neu_split["inclusion"]["shots"][:2]]
+    example = Path(__file__).resolve().parent.parent / "examples" / "enroll_and_watch.py"
+    proc = Process([sys.executable, str(example), "example_class", *files], pipeline.tmp / "example.log")
+    try:
+        wait_until(lambda: "True enrolled 2 shots" in proc.log(), 60, "the example's enroll reply")
+        pipeline.classify(rgb_to_image(load_image_file(files[0])), 11000)
+        wait_until(lambda: len(proc.log().splitlines()) > 1, 20, "a classification printed by the example")
+    finally:
+        proc.stop()
+    assert pipeline.client.call("forget", label="example_class").success
