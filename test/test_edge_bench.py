@@ -72,7 +72,7 @@ def test_bench_ros_uses_latency_probe(tmp_path, models, monkeypatch):
 
     def measure_ros_latency(model_path, backend, frames):
         calls.append((model_path, backend, frames))
-        return {"p50_ms": 1.5, "p95_ms": 2.0, "frames": frames}
+        return {"end_to_end_ms_p50": 1.5, "end_to_end_ms_p95": 2.0, "frames": frames}
 
     probe.measure_ros_latency = measure_ros_latency
     monkeypatch.setitem(sys.modules, "fskd_ros.ros.latency_probe", probe)
@@ -80,7 +80,8 @@ def test_bench_ros_uses_latency_probe(tmp_path, models, monkeypatch):
                           "--ros", "--ros-frames", "7")
     assert calls == [(str(enc), "onnxruntime", 7)]
     ros = result["ros"]
-    assert ros["p50_ms"] == 1.5 and "bare_encoder_p50_ms" in ros and "overhead_p50_ms" in ros
+    assert ros["end_to_end_ms_p50"] == 1.5 and "bare_encoder_p50_ms" in ros
+    assert ros["overhead_p50_ms"] == pytest.approx(1.5 - ros["bare_encoder_p50_ms"], abs=1e-3)
 
 
 def test_bench_ros_without_probe_is_explained(tmp_path, models, monkeypatch):

@@ -165,6 +165,14 @@ def ros_latency(model: Path, backend: str, frames: int) -> Dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+def ros_p50(ros: Dict[str, Any]) -> Optional[float]:
+    """End-to-end p50 from the probe's dict (``end_to_end_ms_p50``; ``p50_ms`` accepted)."""
+    for key in ("end_to_end_ms_p50", "p50_ms"):
+        if key in ros:
+            return float(ros[key])
+    return None
+
+
 # --------------------------------------------------------------------------- reporting
 def ratios(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     index = {(r["role"], r["backend"], r["precision"], r["batch"]): r for r in rows}
@@ -223,8 +231,8 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     ax.bar(xs, p50, color=colors, label="p50 per image")
     ax.scatter(xs, p95, color="black", marker="_", s=200, label="p95 per image", zorder=3)
     ros = result.get("ros") or {}
-    if "p50_ms" in ros:
-        ax.axhline(float(ros["p50_ms"]), color="tab:red", linestyle="--",
+    if ros_p50(ros) is not None:
+        ax.axhline(ros_p50(ros), color="tab:red", linestyle="--",
                    label=f"ROS end-to-end p50 ({ros.get('backend', '')})")
     ax.axhline(PAPER_TENSORRT_MS, color="tab:green", linestyle=":",
                label=f"paper: {PAPER_TENSORRT_MS} ms (Orin Nano, TensorRT)")
@@ -407,8 +415,9 @@ def run(args: argparse.Namespace) -> int:
                      and r["batch"] == 1), None)
         if bare is not None:
             ros["bare_encoder_p50_ms"] = bare["p50_ms"]
-            if "p50_ms" in ros:
-                ros["overhead_p50_ms"] = round(float(ros["p50_ms"]) - bare["p50_ms"], 3)
+            e2e = ros_p50(ros)
+            if e2e is not None:
+                ros["overhead_p50_ms"] = round(e2e - bare["p50_ms"], 3)
         result["ros"] = ros
 
     out = Path(args.output)
