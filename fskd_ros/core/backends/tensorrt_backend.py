@@ -407,7 +407,8 @@ class TensorRTBackend(EncoderBackend):
             calib_files = list_images(calib_dir, limit=calib_images)
         key = make_engine_key(path, info, precision, self.max_batch, env, opt_batch, calib_files)
         cache = EngineCache(cache_dir)
-        calib_cache = cache.root / f"{cache.slot_name(path.name, key)}.calib"
+        # keyed like the engine: a new calibration set / TensorRT / GPU never reuses old scales
+        calib_cache = cache.root / f"{cache.slot_name(path.name, key)}.{key.digest()[:12]}.calib"
 
         def build() -> bytes:
             return build_serialized_engine(path, info, precision, self.max_batch, opt_batch,
