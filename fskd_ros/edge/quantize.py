@@ -167,6 +167,12 @@ def quantize_encoder(model: Path, calib_dir: Path, output: Path, fmt: str = "aut
         if timings:
             timings["float"] = time_model(model, info, threads=threads)
             report["p50_ms_batch1"] = {k: round(v, 3) for k, v in timings.items()}
+            if timings[chosen] >= timings["float"]:
+                report["warning"] = (
+                    f"int8 ({timings[chosen]:.2f} ms) is not faster than float "
+                    f"({timings['float']:.2f} ms) on this CPU: keep the float model here "
+                    f"(see docs/jetson.md, 'Why int8 does not speed up the shipped encoder')")
+                LOG.warning(report["warning"])
         report["format"] = chosen
         report["quantize_seconds"] = round(time.monotonic() - start, 1)
         output.parent.mkdir(parents=True, exist_ok=True)
