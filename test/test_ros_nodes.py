@@ -109,3 +109,12 @@ def test_demo_runs_to_its_summary(tmp_path):
     assert set(summary["classes"]) == {"functional", "defective"}
     assert 0.0 <= summary["accuracy"] <= 1.0 and summary["inference_ms"]["p50"] > 0
     assert "accuracy" in result.stdout
+
+
+def test_rviz_config_shows_the_annotated_image():
+    import yaml
+
+    config = yaml.safe_load((REPO_ROOT / "config" / "inspect.rviz").read_text())
+    topics = [d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]
+              if d["Class"] == "rviz_default_plugins/Image" and d["Enabled"]]
+    assert topics == ["/fskd/annotated_image"]

@@ -88,6 +88,7 @@ class ClassifierNode(LifecycleNode):
         self._service_group = ReentrantCallbackGroup()
         self._client_group = ReentrantCallbackGroup()
         self._encode_client = None
+        self._local_encoder = False
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("classifier failed to configure (see the error above)")
@@ -118,8 +119,10 @@ class ClassifierNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
-        self._embedding_sub = self.create_subscription(
-            Embedding, "embedding", self._on_embedding, qos.RESULTS, callback_group=self._frame_group)
+        if not self._local_encoder:
+            self._embedding_sub = self.create_subscription(
+                Embedding, "embedding", self._on_embedding, qos.RESULTS,
+                callback_group=self._frame_group)
         # Subscribe to camera frames only while someone watches annotated_image.
         self._timers.append(self.create_timer(0.5, self._update_image_subscription))
         return super().on_activate(state)
@@ -151,6 +154,14 @@ class ClassifierNode(LifecycleNode):
             self._autosave()
 
     # -- gallery helpers ---------------------------------------------------
+    def attach_local_encoder(self, encoder: Any) -> None:
+        """Take embeddings from an encoder node in this process instead of the topic."""
+        self._local_encoder = True
+        if self._embedding_sub is not None:
+            self.destroy_subscription(self._embedding_sub)
+            self._embedding_sub = None
+        encoder.add_local_listener(self._on_embedding)
+
     def _new_gallery(self, dim: int, base_mean: np.ndarray) -> Gallery:
         return Gallery(self.encoder_id, dim, base_mean, max_classes=self.params["max_classes"],
                        max_shots_per_class=self.params["max_shots_per_class"])

@@ -52,6 +52,7 @@ class EncoderNode(LifecycleNode):
         self._frame_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._bad_frames = 0
+        self._local_listeners: List[Any] = []
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("encoder failed to configure (see the error above)")
@@ -136,6 +137,16 @@ class EncoderNode(LifecycleNode):
         out.encoder_id = self.backend.info.encoder_id
         out.inference_ms = float((time.perf_counter() - started) * 1e3)
         self._embedding_pub.publish(out)
+        for listener in self._local_listeners:
+            listener(out)
+
+    def add_local_listener(self, callback: Any) -> None:
+        """Hand embeddings straight to a node in the same process (fskd-inspect).
+
+        rclpy has no intra-process transport, so this skips one DDS round trip
+        per frame; the ``embedding`` topic is still published for other nodes.
+        """
+        self._local_listeners.append(callback)
 
     def _on_encode(self, request: Encode.Request, response: Encode.Response) -> Encode.Response:
         response.encoder_id = self.backend.info.encoder_id if self.backend else ""
@@ -171,8 +182,12 @@ class EncoderNode(LifecycleNode):
         return response
 
 
-def run_nodes(node_factories: List[Any], args: Optional[List[str]] = None) -> int:
-    """Spin nodes on one multi-threaded executor until Ctrl-C; 1 if any failed to start."""
+def run_nodes(node_factories: List[Any], args: Optional[List[str]] = None,
+              connect: Optional[Any] = None) -> int:
+    """Spin nodes on one multi-threaded executor until Ctrl-C; 1 if any failed to start.
+
+    ``connect(nodes)``, if given, wires nodes of the same process together.
+    """
     rclpy.init(args=args)
     nodes = []
     try:
@@ -184,6 +199,8 @@ def run_nodes(node_factories: List[Any], args: Optional[List[str]] = None) -> in
             node.destroy_node()
         rclpy.try_shutdown()
         return 1
+    if connect is not None:
+        connect(nodes)
     executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
     for node in nodes:
         executor.add_node(node)

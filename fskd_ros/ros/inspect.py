@@ -63,6 +63,17 @@ def node_factories(values: Dict[str, str]) -> List[Callable[[], object]]:
     return factories
 
 
+def connect_in_process(nodes: List[object]) -> None:
+    """Encoder -> classifier without a DDS hop when both run in this process."""
+    from fskd_ros.ros.classifier_node import ClassifierNode
+    from fskd_ros.ros.encoder_node import EncoderNode
+
+    encoders = [n for n in nodes if isinstance(n, EncoderNode)]
+    for classifier in (n for n in nodes if isinstance(n, ClassifierNode)):
+        for encoder in encoders:
+            classifier.attach_local_encoder(encoder)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
@@ -71,7 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from fskd_ros.ros.encoder_node import run_nodes  # after the env: rclpy reads it at init
 
     # rclpy must not see the launch-style arguments as (deprecated) remap rules.
-    return run_nodes(node_factories(values), [sys.argv[0]] + ros_args)
+    return run_nodes(node_factories(values), [sys.argv[0]] + ros_args, connect=connect_in_process)
 
 
 if __name__ == "__main__":
