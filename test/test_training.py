@@ -219,3 +219,19 @@ def test_teacher_weights_map_onto_timm_lite2():
     assert not any(p.requires_grad for p in teacher.parameters())
     # Pretrained BN statistics are not the defaults (0 mean / 1 var).
     assert float(teacher.bn1.running_var.mean()) != 1.0
+
+
+def test_shipped_default_encoder_runs():
+    import onnxruntime as ort
+
+    from fskd_ros.core.encoder_file import default_encoder_path, read_encoder_info
+
+    info = read_encoder_info(default_encoder_path())
+    assert info.arch == "mobilevit_xxs" and info.input_size == [84, 84]
+    assert len(info.base_mean) == info.embedding_dim == 320
+    if info.trained:  # a distilled encoder carries a real base-class mean
+        assert np.abs(np.asarray(info.base_mean)).sum() > 0
+    assert default_encoder_path().stat().st_size < 10e6
+    session = ort.InferenceSession(str(default_encoder_path()))
+    (out,) = session.run(None, {"images": np.zeros((2, 3, 84, 84), np.float32)})
+    assert out.shape == (2, 320) and np.isfinite(out).all()

@@ -72,7 +72,7 @@ def load_split(split_file: Path | str, split: str) -> List[str]:
 def list_image_folder(root: Path | str, classes: Optional[Sequence[str]] = None,
                       name: str = "") -> ImageSet:
     """All images under ``root/<class>/``; ``classes`` restricts and orders them."""
-    root = Path(root)
+    root = Path(root).resolve()  # absolute: cache keys must not depend on the cwd
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
     if classes is None:

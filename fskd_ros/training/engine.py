@@ -129,7 +129,7 @@ def run_loop(modules: nn.Module, encoder_key: str, spec: EncoderSpec, loss_fn: L
             metrics = {"loss": float(loss.detach()), **metrics}
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
             if cfg.max_steps and step >= cfg.max_steps:
                 stop = True
                 break

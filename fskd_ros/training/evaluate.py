@@ -31,7 +31,8 @@ from fskd_ros.training.common import (DEFAULT_DATA_ROOT, atomic_write_text, save
                                       set_threads)
 from fskd_ros.training.data import (ImageSet, decode_images, default_set_specs, normalise_batch,
                                     parse_set_spec)
-from fskd_ros.training.models import (EncoderSpec, count_macs, count_parameters, create_encoder)
+from fskd_ros.training.models import (EncoderSpec, count_macs, count_parameters, create_encoder,
+                                      create_teacher)
 
 
 # --------------------------------------------------------------------------- features
@@ -117,14 +118,18 @@ def load_model(entry: str, teacher_weights: Optional[str] = None, threads: int =
 
         info = read_encoder_info(source)
         backend = OnnxRuntimeBackend(Path(source), info, intra_op_threads=threads)
-        proto = onnx.load(source)
-        params = int(sum(numpy_helper.to_array(t).size for t in proto.graph.initializer))
         spec = EncoderSpec(info.arch, list(info.input_size), list(info.mean), list(info.std))
-        macs = None
-        try:  # MACs of the same architecture at the same input (timm / ResNet12 names)
-            macs = count_macs(create_encoder(info.arch), info.input_size)
-        except Exception:  # unknown architecture name: leave MACs out
-            pass
+        try:  # count on the same PyTorch architecture (ONNX folds BN into convs)
+            if info.arch.startswith("teacher:"):
+                reference, _ = create_teacher(info.arch.split(":", 1)[1], None, info.input_size[0])
+            else:
+                reference = create_encoder(info.arch)
+            params = count_parameters(reference)
+            macs = count_macs(reference, info.input_size)
+        except Exception:  # unknown architecture: parameters from the graph, no MACs
+            proto = onnx.load(source)
+            params = int(sum(numpy_helper.to_array(t).size for t in proto.graph.initializer))
+            macs = None
         return LoadedModel(label or Path(source).stem, spec, backend.encode,
                            info.base_mean_array() if info.base_mean else None, None, params, macs,
                            {"trained": info.trained, "encoder_id": info.encoder_id})
