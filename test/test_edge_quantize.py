@@ -1,12 +1,14 @@
 """int8 CPU path: the quantised shipped encoder stays close to float on real images.
 
 Bound: on these 60 neu-cls images (the last 10 per class) the per-image cosine
-between float and int8 embeddings of the shipped encoder measured min 0.941 /
-mean 0.985 (untrained MobileViT-XXS 84 px placeholder, QOperator, per-channel,
-48 calibration images, ORT 1.32, AVX2 CPU without VNNI); over 600 images
-(fskd_ros.edge.fewshot_check) min 0.917 / mean 0.985. The test asserts
-min >= 0.85 and mean >= 0.95, a margin for other CPUs / ORT versions.
-Re-measure when the shipped encoder changes (docs/jetson.md).
+between float and int8 embeddings of the shipped encoder measured min 0.965 /
+mean 0.991 (untrained MobileViT-XXS 84 px placeholder, QOperator, per-channel
+7-bit weights (reduce_range, the default), 48 calibration images, ORT 1.32, AVX2
+CPU without VNNI). A partly distilled MobileViT-XXS (epoch 4 checkpoint of the
+distillation run) measured min 0.996 / mean 0.999 over 177 images. Without
+reduce_range the distilled one fell to min 0.25 (u8s8 saturation). The test
+asserts min >= 0.90 and mean >= 0.97, a margin for other CPUs / ORT versions /
+the final shipped encoder. Re-measure when it changes (docs/jetson.md).
 """
 
 import json
@@ -21,8 +23,8 @@ from fskd_ros.edge import quantize
 from fskd_ros.edge.fewshot_check import cosine_rows
 from fskd_ros.edge.images import list_images, load_batch
 
-MIN_COSINE = 0.85
-MEAN_COSINE = 0.95
+MIN_COSINE = 0.90
+MEAN_COSINE = 0.97
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def test_metadata_is_kept_and_marked_int8(int8_encoder, default_encoder):
     assert after.embedding_dim == before.embedding_dim and after.trained == before.trained
     assert after.content_hash != before.content_hash and len(after.content_hash) == 64
     assert after.description.startswith("[int8]") and "per-channel" in after.description
+    assert "reduce_range" in after.description and report["reduce_range"] is True
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "QLinearConv" in ops  # really quantised
     assert report["format"] == "qoperator" and report["calib_images"] == 48

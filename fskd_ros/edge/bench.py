@@ -90,7 +90,7 @@ def ensure_int8(model: Path, calib_dir: Path, cache_dir: Path, calib_images: int
     from fskd_ros.core.encoder_file import file_sha256
     from fskd_ros.edge.quantize import quantize_encoder
 
-    out = cache_dir / f"{model.stem}.{file_sha256(model)[:12]}.int8.onnx"
+    out = cache_dir / f"{model.stem}.{file_sha256(model)[:12]}.int8-rr.onnx"
     if not out.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("quantising %s -> %s", model.name, out)
