@@ -265,3 +265,22 @@ def test_readme_example_enrolls_from_another_process(pipeline, neu_split):
     finally:
         proc.stop()
     assert pipeline.client.call("forget", label="example_class").success
+
+
+def test_diagnostics_report_frames_rejects_and_gallery(pipeline):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    seen = {}
+    sub = pipeline.client.node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: seen.update({s.name: {kv.key: kv.value for kv in s.values} for s in m.status}), 10)
+    try:
+        wait_until(lambda: any("encoder" in k for k in seen) and any("classifier" in k for k in seen),
+                   10, "diagnostics from both nodes")
+    finally:
+        pipeline.client.node.destroy_subscription(sub)
+    encoder = next(v for k, v in seen.items() if k.startswith("/fskd/encoder"))
+    classifier = next(v for k, v in seen.items() if k.startswith("/fskd/classifier"))
+    assert int(encoder["frames"]) > 30 and int(encoder["rejected_frames"]) >= 1  # depth-1 QoS may drop some of the burst
+    assert float(encoder["latency_ms_p50"]) > 0
+    assert int(classifier["classes"]) >= 6 and classifier["encoder_id"] == encoder["encoder_id"]

@@ -28,7 +28,7 @@ from fskd_ros.core.encoder_file import EncoderFileError, read_encoder_info, reso
 from fskd_ros.core.gallery import Gallery, GalleryError, validate_label
 from fskd_ros.core.preprocessing import ImageFormatError
 from fskd_ros.msg import Classification, Embedding
-from fskd_ros.ros import qos
+from fskd_ros.ros import diagnostics, qos
 from fskd_ros.ros.annotate import draw_prediction
 from fskd_ros.ros.encoder_node import run_nodes
 from fskd_ros.ros.image_conversion import image_to_rgb, rgb_to_image
@@ -89,6 +89,9 @@ class ClassifierNode(LifecycleNode):
         self._client_group = ReentrantCallbackGroup()
         self._encode_client = None
         self._local_encoder = False
+        self.stats = diagnostics.FrameStats()
+        self._diagnostics_pub = self.create_publisher(
+            diagnostics.DiagnosticArray, "/diagnostics", 10)
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("classifier failed to configure (see the error above)")
@@ -125,6 +128,7 @@ class ClassifierNode(LifecycleNode):
                 callback_group=self._frame_group)
         # Subscribe to camera frames only while someone watches annotated_image.
         self._timers.append(self.create_timer(0.5, self._update_image_subscription))
+        self._timers.append(self.create_timer(1.0, self._publish_diagnostics))
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -240,8 +244,21 @@ class ClassifierNode(LifecycleNode):
         out.encoder_id = self.encoder_id
         out.inference_ms = float(msg.inference_ms + (time.perf_counter() - started) * 1e3)
         self._pubs["classification"].publish(out)
+        self.stats.frame(out.inference_ms)
         if self._image_sub is not None:
             self._publish_annotation(msg.header, prediction)
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats.summary()
+        with self._lock:
+            values.update(classes=len(self.gallery), gallery_version=self.gallery.version,
+                          threshold=self.classifier.threshold, encoder_id=self.encoder_id,
+                          gallery_path=str(self._gallery_path()))
+        empty = values["classes"] == 0
+        diagnostics.publish(self, self._diagnostics_pub, diagnostics.make_status(
+            f"{self.get_fully_qualified_name()}: classifier", "fskd_ros",
+            "no classes enrolled" if empty else f"{values['classes']} classes", values,
+            diagnostics.DiagnosticStatus.WARN if empty else None))
 
     def _update_image_subscription(self) -> None:
         self._set_image_subscription(self._pubs["annotated"].get_subscription_count() > 0)

@@ -23,7 +23,7 @@ from fskd_ros.core.backends import BackendError, EncoderBackend, create_backend
 from fskd_ros.core.encoder_file import EncoderFileError, resolve_encoder_path
 from fskd_ros.core.preprocessing import ImageFormatError, preprocess_batch
 from fskd_ros.msg import Embedding
-from fskd_ros.ros import qos
+from fskd_ros.ros import diagnostics, qos
 from fskd_ros.ros.image_conversion import image_to_rgb
 from fskd_ros.ros.params import ParamSpec, declare_parameters
 from fskd_ros.srv import Encode
@@ -51,7 +51,9 @@ class EncoderNode(LifecycleNode):
         self._embedding_pub = None
         self._frame_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self._bad_frames = 0
+        self.stats = diagnostics.FrameStats()
+        self._diagnostics_pub = self.create_publisher(
+            diagnostics.DiagnosticArray, "/diagnostics", 10)
         self._local_listeners: List[Any] = []
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -86,7 +88,22 @@ class EncoderNode(LifecycleNode):
         self._embedding_pub = self.create_lifecycle_publisher(Embedding, "embedding", qos.RESULTS)
         self._encode_srv = self.create_service(Encode, "encode", self._on_encode,
                                                callback_group=self._service_group)
+        self._diagnostics_timer = self.create_timer(1.0, self._publish_diagnostics)
         return TransitionCallbackReturn.SUCCESS
+
+    def _publish_diagnostics(self) -> None:
+        if self.backend is None:
+            return
+        values = self.stats.summary()
+        values.update(encoder_id=self.backend.info.encoder_id, backend=self.backend.describe(),
+                      trained=self.backend.info.trained)
+        warn = values["rejected_frames"] > 0 or not self.backend.info.trained
+        message = ("untrained encoder" if not self.backend.info.trained else
+                   f"{values['rejected_frames']} malformed frames dropped" if values["rejected_frames"]
+                   else "running")
+        diagnostics.publish(self, self._diagnostics_pub, diagnostics.make_status(
+            f"{self.get_fully_qualified_name()}: encoder", "fskd_ros", message, values,
+            diagnostics.DiagnosticStatus.WARN if warn else None))
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._image_sub = self.create_subscription(
@@ -107,6 +124,7 @@ class EncoderNode(LifecycleNode):
         if self._embedding_pub is not None:
             self.destroy_lifecycle_publisher(self._embedding_pub)
             self._embedding_pub = None
+        self.destroy_timer(self._diagnostics_timer)
         if self.backend is not None:
             self.backend.close()
             self.backend = None
@@ -127,7 +145,7 @@ class EncoderNode(LifecycleNode):
         try:
             rgb = image_to_rgb(msg)
         except ImageFormatError as exc:
-            self._bad_frames += 1
+            self.stats.reject()
             self.get_logger().warning(f"dropping frame: {exc}", throttle_duration_sec=5.0)
             return
         vector = self.encode_images([rgb])[0]
@@ -136,6 +154,7 @@ class EncoderNode(LifecycleNode):
         out.vector = vector.astype(np.float32).tolist()
         out.encoder_id = self.backend.info.encoder_id
         out.inference_ms = float((time.perf_counter() - started) * 1e3)
+        self.stats.frame(out.inference_ms)
         self._embedding_pub.publish(out)
         for listener in self._local_listeners:
             listener(out)
