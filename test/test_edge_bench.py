@@ -38,8 +38,10 @@ def test_bench_json_with_baseline_and_int8(tmp_path, models):
         assert row["iterations"] == 10
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["throughput_ips"] > 0
+        assert 0 < row["cpu_p50_ms"]  # --threads 1: compute cost from thread CPU time
     assert len(result["ratios"]["encoder_vs_baseline"]) == 4
     assert len(result["ratios"]["int8_speedup"]) == 4
+    assert all("cpu_speedup" in item for item in result["ratios"]["int8_speedup"])
     assert out.with_suffix(".png").is_file() and result["plot"].endswith(".png")
 
 

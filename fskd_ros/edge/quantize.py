@@ -110,22 +110,31 @@ def quantize_file(src: Path, dst: Path, files: Sequence[Path], info: EncoderInfo
     )
 
 
-def time_model(path: Path, info: EncoderInfo, batch: int = 1, iterations: int = 50,
-               threads: int = 0) -> float:
-    """p50 latency (ms) of ``path`` with the runtime's ONNX Runtime settings."""
+def time_models(paths: Dict[str, Path], info: EncoderInfo, batch: int = 1,
+                iterations: int = 60, threads: int = 0, rounds: int = 6) -> Dict[str, float]:
+    """p50 latency (ms) per model with the runtime's ONNX Runtime settings.
+
+    Rounds are interleaved across the models so background load on a shared
+    machine hits every candidate alike (one model after the other was noisy
+    enough to pick the slower layout).
+    """
     from fskd_ros.core.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(Path(path), info, intra_op_threads=threads)
+    backends = {k: OnnxRuntimeBackend(Path(p), info, intra_op_threads=threads)
+                for k, p in paths.items()}
     x = np.random.default_rng(0).normal(
         size=(batch, 3, int(info.input_size[0]), int(info.input_size[1]))).astype(np.float32)
-    for _ in range(5):
-        backend.encode(x)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        backend.encode(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    times: Dict[str, List[float]] = {k: [] for k in backends}
+    for backend in backends.values():
+        for _ in range(5):
+            backend.encode(x)
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            for _ in range(max(1, iterations // rounds)):
+                start = time.perf_counter()
+                backend.encode(x)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def attach_metadata(dst: Path, info: EncoderInfo, note: str) -> EncoderInfo:
@@ -167,11 +176,11 @@ def quantize_encoder(model: Path, calib_dir: Path, output: Path, fmt: str = "aut
             quantize_file(source, tmp / f"{name}.onnx", files, info, name, per_channel,
                           reduce_range, op_types, method)
             LOG.info("%s quantised in %.1f s", name, time.monotonic() - t0)
-            if len(formats) > 1:
-                timings[name] = time_model(tmp / f"{name}.onnx", info, threads=threads)
-        chosen = min(timings, key=timings.get) if timings else formats[0]
+        if len(formats) > 1:
+            candidates = {name: tmp / f"{name}.onnx" for name in formats}
+            timings = time_models({**candidates, "float": model}, info, threads=threads)
+        chosen = min(formats, key=lambda n: timings[n]) if timings else formats[0]
         if timings:
-            timings["float"] = time_model(model, info, threads=threads)
             report["p50_ms_batch1"] = {k: round(v, 3) for k, v in timings.items()}
             if timings[chosen] >= timings["float"]:
                 report["warning"] = (
