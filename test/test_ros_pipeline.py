@@ -203,14 +203,17 @@ def test_malformed_camera_frames_are_dropped_and_stream_continues(pipeline):
     assert pipeline.process.alive()
     assert (9000, 1) not in pipeline.results
     good = pipeline.classify(rgb_to_image(np.full((32, 32, 3), 90, np.uint8)), 9001)
-    assert good.label  # still classifying after the bad frames
-    for encoding in ("bgr8", "mono8"):
+    assert good.header.stamp.sec == 9001  # still classifying after the bad frames
+    for stamp, encoding in ((9002, "bgr8"), (9003, "mono8")):
         frame = rgb_to_image(np.full((32, 40, 3), 60, np.uint8), encoding=encoding)
-        assert pipeline.classify(frame, 9002 if encoding == "bgr8" else 9003).label
+        assert pipeline.classify(frame, stamp).header.stamp.sec == stamp
 
 
 def test_forget_save_load_and_refuse_corrupt_gallery(pipeline, tmp_path):
     client = pipeline.client
+    for label, value in (("dark", 20), ("bright", 230)):  # independent of the shared data
+        assert client.call("enroll", label=label,
+                           images=[rgb_to_image(np.full((24, 24, 3), value, np.uint8))]).success
     assert not client.call("forget", label="never_enrolled").success
     saved = client.call("save_gallery", path=str(tmp_path / "copy.npz"))
     assert saved.success, saved.message
@@ -281,6 +284,6 @@ def test_diagnostics_report_frames_rejects_and_gallery(pipeline):
         pipeline.client.node.destroy_subscription(sub)
     encoder = next(v for k, v in seen.items() if k.startswith("/fskd/encoder"))
     classifier = next(v for k, v in seen.items() if k.startswith("/fskd/classifier"))
-    assert int(encoder["frames"]) > 30 and int(encoder["rejected_frames"]) >= 1  # depth-1 QoS may drop some of the burst
+    assert int(encoder["frames"]) >= 3 and int(encoder["rejected_frames"]) >= 1  # depth-1 QoS may drop some of the burst
     assert float(encoder["latency_ms_p50"]) > 0
-    assert int(classifier["classes"]) >= 6 and classifier["encoder_id"] == encoder["encoder_id"]
+    assert int(classifier["classes"]) >= 2 and classifier["encoder_id"] == encoder["encoder_id"]
