@@ -78,3 +78,24 @@ def test_calibration_preprocessing_matches_the_runtime(default_encoder, neu_cls)
 def test_calibration_images_cover_every_class(neu_cls):
     picked = list_images(neu_cls, limit=12)
     assert len({p.parent.name for p in picked}) == 6
+
+
+def test_tensorrt_target_is_symmetric_int8_qdq(tmp_path, neu_cls):
+    """TensorRT explicit quantisation needs int8 Q/DQ with zero point 0 (no uint8)."""
+    from onnx import numpy_helper
+
+    from test_edge_cache import tiny_encoder
+
+    src = tiny_encoder(tmp_path / "tiny.onnx", size=32, dim=8)
+    out = tmp_path / "tiny_trt.onnx"
+    report = quantize.quantize_encoder(src, neu_cls, out, calib_images=6, target="tensorrt",
+                                       op_types=("Conv",))
+    assert report["format"] == "qdq" and report["reduce_range"] is False
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    from fskd_ros.core.backends.tensorrt_backend import onnx_has_qdq
+
+    assert onnx_has_qdq(out) and not onnx_has_qdq(src)

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--calib-dir", default=None,
                         help="int8: folder of calibration images (not needed for a Q/DQ model "
-                             "from `fskd quantize --format qdq`)")
+                             "from `fskd quantize --target tensorrt`)")
     parser.add_argument("--calib-images", type=int, default=512)
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--opt-batch", type=int, default=1,
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     info = read_encoder_info(model)
     if args.precision == "int8" and not args.calib_dir and not trtb.onnx_has_qdq(model):
         print("int8 needs --calib-dir DIR (images like the deployment ones), or a Q/DQ model "
-              "made with `fskd quantize --format qdq`")
+              "made with `fskd quantize --target tensorrt`")
         return 2
     try:
         env = trtb.check_environment(args.device)

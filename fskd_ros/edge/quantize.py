@@ -86,8 +86,13 @@ def _preprocess(src: Path, dst: Path) -> Path:
 
 def quantize_file(src: Path, dst: Path, files: Sequence[Path], info: EncoderInfo, fmt: str,
                   per_channel: bool = True, reduce_range: bool = True,
-                  op_types: Sequence[str] = DEFAULT_OPS, method: str = "minmax") -> None:
-    """Static int8 quantisation of ``src`` into ``dst`` (no metadata handling)."""
+                  op_types: Sequence[str] = DEFAULT_OPS, method: str = "minmax",
+                  symmetric_int8_activations: bool = False) -> None:
+    """Static int8 quantisation of ``src`` into ``dst`` (no metadata handling).
+
+    ``symmetric_int8_activations``: int8 activations with zero point 0, which
+    TensorRT's explicit quantisation requires (ORT's CPU kernels prefer uint8).
+    """
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -101,12 +106,13 @@ def quantize_file(src: Path, dst: Path, files: Sequence[Path], info: EncoderInfo
         op_types_to_quantize=list(op_types) if op_types else None,
         per_channel=per_channel,
         reduce_range=reduce_range,
-        activation_type=QuantType.QUInt8,
+        activation_type=QuantType.QInt8 if symmetric_int8_activations else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method={"minmax": CalibrationMethod.MinMax,
                           "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
-        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        extra_options={"ActivationSymmetric": symmetric_int8_activations,
+                       "WeightSymmetric": True},
     )
 
 
@@ -157,14 +163,23 @@ def attach_metadata(dst: Path, info: EncoderInfo, note: str) -> EncoderInfo:
 def quantize_encoder(model: Path, calib_dir: Path, output: Path, fmt: str = "auto",
                      calib_images: int = 256, per_channel: bool = True,
                      reduce_range: bool = True, op_types: Sequence[str] = DEFAULT_OPS,
-                     method: str = "minmax", threads: int = 0) -> Dict[str, object]:
-    """Quantise ``model`` into ``output``; returns a report (timings per format)."""
+                     method: str = "minmax", threads: int = 0,
+                     target: str = "cpu") -> Dict[str, object]:
+    """Quantise ``model`` into ``output``; returns a report (timings per format).
+
+    ``target="tensorrt"``: a Q/DQ graph with symmetric int8 activations and
+    full-range weights, for ``fskd build-engine --precision int8`` (explicit
+    quantisation); not meant for ONNX Runtime's CPU kernels.
+    """
     info = read_encoder_info(model)
+    trt_target = target == "tensorrt"
+    if trt_target:
+        fmt, reduce_range = "qdq", False
     files = list_images(calib_dir, limit=calib_images)
     report: Dict[str, object] = {"model": str(model), "calib_dir": str(calib_dir),
                                  "calib_images": len(files), "per_channel": per_channel,
                                  "reduce_range": reduce_range, "op_types": list(op_types),
-                                 "method": method}
+                                 "method": method, "target": target}
     formats = FORMATS if fmt == "auto" else (fmt,)
     with tempfile.TemporaryDirectory(prefix="fskd-quant-", dir=str(output.parent)) as tmpdir:
         tmp = Path(tmpdir)
@@ -174,7 +189,7 @@ def quantize_encoder(model: Path, calib_dir: Path, output: Path, fmt: str = "aut
         for name in formats:
             t0 = time.monotonic()
             quantize_file(source, tmp / f"{name}.onnx", files, info, name, per_channel,
-                          reduce_range, op_types, method)
+                          reduce_range, op_types, method, symmetric_int8_activations=trt_target)
             LOG.info("%s quantised in %.1f s", name, time.monotonic() - t0)
         if len(formats) > 1:
             candidates = {name: tmp / f"{name}.onnx" for name in formats}
@@ -194,7 +209,8 @@ def quantize_encoder(model: Path, calib_dir: Path, output: Path, fmt: str = "aut
         os.replace(tmp / f"{chosen}.onnx", output)
     note = (f"ONNX Runtime static int8 ({chosen}, weights int8 "
             f"{'per-channel' if per_channel else 'per-tensor'}"
-            f"{' 7-bit reduce_range' if reduce_range else ''}, activations uint8 {method}, "
+            f"{' 7-bit reduce_range' if reduce_range else ''}, activations "
+            f"{'int8 symmetric (TensorRT Q/DQ)' if trt_target else 'uint8'} {method}, "
             f"ops {','.join(op_types) or 'all'}, {len(files)} calibration images from "
             f"{Path(calib_dir).name})")
     new_info = attach_metadata(output, info, note)
@@ -222,6 +238,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", default=",".join(DEFAULT_OPS),
                         help="op types to quantise, comma separated ('' = all ORT supports)")
     parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    parser.add_argument("--target", choices=("cpu", "tensorrt"), default="cpu",
+                        help="tensorrt: Q/DQ with symmetric int8 activations for "
+                             "`fskd build-engine --precision int8` (explicit quantisation)")
     parser.add_argument("--threads", type=int, default=0, help="ORT threads for the timing runs")
     parser.add_argument("--report", default=None, help="write the JSON report here too")
 
@@ -232,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     ops = tuple(op for op in args.ops.split(",") if op)
     report = quantize_encoder(model, Path(args.calib_dir).expanduser(), Path(args.output),
                               args.format, args.calib_images, not args.per_tensor,
-                              not args.full_range, ops, args.method, args.threads)
+                              not args.full_range, ops, args.method, args.threads, args.target)
     text = json.dumps(report, indent=2)
     print(text)
     if args.report:

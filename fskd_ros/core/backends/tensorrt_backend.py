@@ -4,7 +4,8 @@
   1..max_batch, FP16 by default, FP32 or INT8 selectable. INT8 uses an
   ``IInt8EntropyCalibrator2`` over a folder of images preprocessed exactly as
   at run time, or, for an ONNX file that already carries Q/DQ nodes (made by
-  ``fskd quantize``), TensorRT's explicit quantisation without calibration.
+  ``fskd quantize --target tensorrt``: symmetric int8), TensorRT's explicit
+  quantisation without calibration.
 * Cache: :mod:`engine_cache` (key = ONNX sha256 + TensorRT version + GPU +
   compute capability + precision + input shape + batch range); stale engines
   are rebuilt, or refused when ``allow_build=False``.
@@ -330,7 +331,7 @@ def build_serialized_engine(
             if not files:
                 raise BackendError(
                     "int8 needs calibration images (--calib-dir DIR with a few hundred "
-                    "images like the deployment ones) or a Q/DQ model from `fskd quantize`")
+                    "images like the deployment ones) or a Q/DQ model from `fskd quantize --target tensorrt`")
             calib_batch = max(1, min(8, max_batch, len(files)))
             calib_profile = builder.create_optimization_profile()
             shape = (calib_batch, 3, height, width)
