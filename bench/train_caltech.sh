@@ -6,14 +6,14 @@
 # caltech101 novel, neu-cls and omniglot-small through the runtime's
 # onnxruntime backend. One thread everywhere (a shared 2-core machine).
 #
-#   bench/train_caltech.sh [RUNS_DIR] [STAGE...]     stages: distill baselines eval teacher ablation
+#   bench/train_caltech.sh [RUNS_DIR] [STAGE...]   stages: distill baselines teacher longer ablation
 #
 # Every step resumes / reuses caches, so re-running after an interruption is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 R=${1:-runs}; shift || true
-STAGES=${*:-distill baselines eval teacher ablation}
+STAGES=${*:-distill baselines teacher longer ablation}
 DATA=${DATA:-$(cd ../shared/data && pwd -P)}
 BASE="$DATA/caltech101@base"
 C="$R/cache"
@@ -50,6 +50,12 @@ for stage in $STAGES; do
         --base-data "$BASE" --base-max-per-class 20 --threads 1 --cache-dir "$C"
       $FSKD eval "efficientnet_lite2@$size=$R/onnx/teacher_lite2_$size.onnx" $EVAL
     done ;;
+  longer)  # the distillation continued to 20 epochs (cosine schedule stretched to 20 epochs)
+    OUT="$R/distill_xxs_t160_e20"
+    FROM=$([ -f "$OUT/last.pt" ] && echo auto || echo "$R/distill_xxs_t160/last.pt")
+    $FSKD distill --student mobilevit_xxs --teacher efficientnet_lite2 --teacher-size 160 \
+      --views 3 --epochs 20 --resume "$FROM" --output-dir "$OUT" $TRAIN
+    export_eval distill_xxs_t160_e20 ;;
   ablation)  # teacher resolution: distil from the teacher at 84 px (same crops)
     $FSKD distill --student mobilevit_xxs --teacher efficientnet_lite2 --teacher-size 84 \
       --source-size 168 --views 3 --epochs 10 --output-dir "$R/distill_xxs_t84" $TRAIN
