@@ -16,13 +16,18 @@ VENV ?= $(HOME)/.cache/fskd_ros/venv
 VPY := $(VENV)/bin/python
 INSTALL := $(CURDIR)/install/fskd_ros
 SITE := $(INSTALL)/lib/python3.11/site-packages
-BUILD_STAMP := $(INSTALL)/share/fskd_ros/package.xml
+# Our own stamp: with --symlink-install the installed package.xml is a link to the source.
+BUILD_STAMP := $(CURDIR)/build/.fskd_ros_built
 
 # Every process started from here keeps DDS traffic on this machine and moves
 # images through shared memory.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
-export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm.xml
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm_localhost.xml
+export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm_localhost.xml
+ifeq ($(ROS_DISTRO),humble)
+export ROS_LOCALHOST_ONLY := 1
+endif
 export AMENT_PREFIX_PATH := $(INSTALL):$(VENV)
 export CMAKE_PREFIX_PATH := $(VENV)
 export PYTHONPATH := $(SITE)

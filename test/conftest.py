@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 # Isolated, local-only DDS for every test process and its children.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+if os.environ.get("ROS_DISTRO") == "humble":
+    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(20, 99)))
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+for _variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+    os.environ.setdefault(_variable, str(REPO_ROOT / "config" / "fastdds_shm_localhost.xml"))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 

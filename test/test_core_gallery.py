@@ -110,3 +110,28 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path):
         Gallery.load(pickled)
     with pytest.raises(GalleryError, match="not found"):
         Gallery.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("header", [
+    [1, 2], {"format": 1, "encoder_id": "enc-a", "embedding_dim": "x", "labels": [], "shots": []},
+    {"format": 1, "encoder_id": "enc-a", "embedding_dim": DIM, "labels": ["a"], "shots": ["1"]},
+    {"format": 1, "encoder_id": "enc-a", "embedding_dim": DIM, "labels": ["a"], "shots": [0]},
+    {"format": 1, "encoder_id": "enc-a", "embedding_dim": DIM, "labels": ["a", "a"], "shots": [1, 1]},
+    {"format": 1, "encoder_id": "enc-a", "embedding_dim": DIM, "labels": [" a"], "shots": [1]},
+])
+def test_malformed_headers_are_gallery_errors(tmp_path, header):
+    import json
+
+    path = tmp_path / "g.npz"
+    count = 2 if isinstance(header, dict) and header.get("labels") == ["a", "a"] else 1
+    np.savez(path, header=np.array(json.dumps(header)), shots=np.ones((count, DIM), np.float32),
+             base_mean=np.zeros(DIM, np.float32))
+    with pytest.raises(GalleryError):
+        Gallery.load(path)
+
+
+def test_nan_scores_are_unknown():
+    gallery = _gallery()
+    gallery.add("a", np.eye(DIM)[:1])
+    (pred,) = PrototypeClassifier(gallery, threshold=-1.0).predict(np.full((1, DIM), np.nan))
+    assert pred.unknown

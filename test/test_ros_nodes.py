@@ -78,7 +78,7 @@ def test_launch_file_and_fskd_inspect_share_one_description():
                 and node.module == "fskd_ros.ros.description" for alias in node.names}
     assert {"LAUNCH_ARGUMENTS", "NODES", "NAMESPACE"} <= imported
     values = parse_arguments(["camera_topic:=/cam/a", "--backend", "onnxruntime"])
-    assert values["camera_topic"] == "/cam/a" and values["model"] == "default"
+    assert values["camera_topic"] == "/cam/a" and values["model"] == ""  # "" = keep the YAML value
     assert {arg.name for arg in LAUNCH_ARGUMENTS} == set(values)
     for node in NODES:
         args = node_cli_args(node, values)
@@ -118,3 +118,28 @@ def test_rviz_config_shows_the_annotated_image():
     topics = [d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]
               if d["Class"] == "rviz_default_plugins/Image" and d["Enabled"]]
     assert topics == ["/fskd/annotated_image"]
+
+
+def test_params_file_values_apply_unless_a_launch_argument_overrides(tmp_path):
+    """A custom YAML sets threshold and gallery_path; the gallery_path argument wins over it."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from ros_helpers import start_inspect
+
+    yaml_file = tmp_path / "custom.yaml"
+    yaml_file.write_text("/**:\n  ros__parameters:\n    threshold: 0.77\n"
+                         f"    gallery_path: {tmp_path / 'from_yaml.npz'}\n")
+    argument_gallery = tmp_path / "from_argument.npz"
+    proc = start_inspect(tmp_path, f"params_file:={yaml_file}", f"gallery_path:={argument_gallery}")
+    client = PipelineClient(name="params_probe")
+    seen = {}
+    client.node.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda m: seen.update({s.name: {kv.key: kv.value for kv in s.values} for s in m.status}), 10)
+    try:
+        wait_until(lambda: any("classifier" in k for k in seen), 60, f"classifier diagnostics\n{proc.log()}")
+    finally:
+        client.close()
+        proc.stop()
+    classifier = next(v for k, v in seen.items() if "classifier" in k)
+    assert float(classifier["threshold"]) == pytest.approx(0.77)
+    assert classifier["gallery_path"] == str(argument_gallery)

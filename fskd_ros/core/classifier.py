@@ -76,7 +76,8 @@ class PrototypeClassifier:
             best = int(order[0])
             results.append(Prediction(
                 label=labels[best], score=float(row[best]),
-                unknown=bool(row[best] < self.threshold),
+                # NaN (a broken encoder output) must never pass as a known class.
+                unknown=not bool(row[best] >= self.threshold),
                 top_labels=[labels[i] for i in order],
                 top_scores=[float(row[i]) for i in order]))
         return results

@@ -134,6 +134,14 @@ class Gallery:
         del self._classes[label]
         self.version += 1
 
+    def copy(self) -> "Gallery":
+        """Independent snapshot (e.g. to write to disk without holding a lock)."""
+        twin = Gallery(self.encoder_id, self.embedding_dim, self.base_mean.copy(),
+                       self.max_classes, self.max_shots_per_class)
+        twin._classes = dict(self._classes)  # entries are replaced, never mutated in place
+        twin.version = self.version
+        return twin
+
     def clear(self) -> None:
         if self._classes:
             self._classes.clear()
@@ -185,23 +193,46 @@ class Gallery:
             raise
         except Exception as exc:  # zipfile, json, missing key, pickled object arrays...
             raise GalleryError(f"{path} is not a readable fskd gallery: {exc}") from exc
-        if not isinstance(header, dict) or header.get("format") != GALLERY_FORMAT:
-            raise GalleryError(f"{path}: unknown gallery format {header.get('format')!r}")
-        if encoder_id is not None and header.get("encoder_id") != encoder_id:
+        labels, counts, dim = _check_header(path, header, shots, base_mean)
+        if encoder_id is not None and header["encoder_id"] != encoder_id:
             raise GalleryError(
-                f"{path} was built with encoder '{header.get('encoder_id')}', but the running "
+                f"{path} was built with encoder '{header['encoder_id']}', but the running "
                 f"encoder is '{encoder_id}'; re-enroll with this encoder")
-        labels, counts = header.get("labels", []), header.get("shots", [])
-        dim = int(header.get("embedding_dim", -1))
-        if (len(labels) != len(counts) or shots.ndim != 2 or shots.shape[1] != dim
-                or shots.shape[0] != sum(counts) or base_mean.shape != (dim,)):
-            raise GalleryError(f"{path}: header and arrays disagree (file damaged?)")
         gallery = cls(header["encoder_id"], dim, base_mean, **limits)
         start = 0
         for label, count in zip(labels, counts):
-            validate_label(label)
             class_shots = shots[start:start + count]
             start += count
             gallery._classes[label] = _ClassEntry(class_shots, class_shots.mean(axis=0))
         gallery.version = int(header.get("version", 0))
         return gallery
+
+
+def _check_header(path: Path, header: object, shots: np.ndarray,
+                  base_mean: np.ndarray) -> Tuple[List[str], List[int], int]:
+    """Validate a gallery file's header against its arrays; GalleryError on any mismatch."""
+    if not isinstance(header, dict):
+        raise GalleryError(f"{path}: gallery header is not a JSON object")
+    if header.get("format") != GALLERY_FORMAT:
+        raise GalleryError(f"{path}: unknown gallery format {header.get('format')!r}")
+    labels, counts, dim = header.get("labels"), header.get("shots"), header.get("embedding_dim")
+    if not isinstance(header.get("encoder_id"), str) or not isinstance(dim, int) or dim <= 0:
+        raise GalleryError(f"{path}: gallery header lacks a valid encoder_id / embedding_dim")
+    if (not isinstance(labels, list) or not isinstance(counts, list) or len(labels) != len(counts)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)):
+        raise GalleryError(f"{path}: gallery header has malformed labels/shots")
+    if len(set(labels)) != len(labels):
+        raise GalleryError(f"{path}: gallery header repeats a label")
+    for label in labels:
+        try:
+            validate_label(label)
+        except GalleryError as exc:
+            raise GalleryError(f"{path}: {exc}") from exc
+    if (shots.ndim != 2 or shots.shape[1] != dim or shots.shape[0] != sum(counts)
+            or base_mean.shape != (dim,)):
+        raise GalleryError(f"{path}: header and arrays disagree (file damaged?)")
+    if not (np.all(np.isfinite(shots)) and np.all(np.isfinite(base_mean))):
+        raise GalleryError(f"{path}: gallery holds NaN or infinite values")
+    if not isinstance(header.get("version", 0), int):
+        raise GalleryError(f"{path}: gallery version is not an integer")
+    return labels, counts, dim

@@ -10,7 +10,9 @@ unchanged on any bad request.
 from __future__ import annotations
 
 import collections
+import math
 import sys
+import traceback
 import threading
 import time
 from pathlib import Path
@@ -52,6 +54,10 @@ PARAMETERS = [
 ]
 
 
+MAX_CONCURRENT_ENROLLS = 2
+MAX_WAIT_S = 600.0
+
+
 class _Capture:
     """Collects the next N live embeddings for an enroll request."""
 
@@ -73,6 +79,12 @@ class ClassifierNode(LifecycleNode):
         self.params = declare_parameters(self, PARAMETERS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.RLock()  # guards gallery + classifier
+        self._save_lock = threading.Lock()  # orders disk writes (done outside _lock)
+        self._frames_lock = threading.Lock()
+        # At most this many enroll requests wait on the encoder at once; the
+        # executor keeps threads free for frames and the encode service itself.
+        self._enroll_slots = threading.BoundedSemaphore(MAX_CONCURRENT_ENROLLS)
+        self._active = False
         self._capture: Optional[_Capture] = None
         self._capture_lock = threading.Lock()
         self._frames: Deque[Tuple[Tuple[int, int], Image]] = collections.deque()
@@ -95,10 +107,19 @@ class ClassifierNode(LifecycleNode):
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("classifier failed to configure (see the error above)")
-            self.trigger_activate()
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError("classifier failed to activate")
 
     # -- lifecycle ---------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        # rclpy's lifecycle swallows exceptions from transitions: log them here.
+        try:
+            return self._configure()
+        except Exception:  # noqa: BLE001 - anything unexpected must be visible
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         try:
             info = read_encoder_info(resolve_encoder_path(self.params["model"]))
         except EncoderFileError as exc:
@@ -129,9 +150,11 @@ class ClassifierNode(LifecycleNode):
         # Subscribe to camera frames only while someone watches annotated_image.
         self._timers.append(self.create_timer(0.5, self._update_image_subscription))
         self._timers.append(self.create_timer(1.0, self._publish_diagnostics))
+        self._active = True
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._active = False
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers.clear()
@@ -146,6 +169,12 @@ class ClassifierNode(LifecycleNode):
         for service in self._services:
             self.destroy_service(service)
         self._services.clear()
+        for publisher in self._pubs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._pubs.clear()
+        if self._encode_client is not None:
+            self.destroy_client(self._encode_client)
+            self._encode_client = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
@@ -184,7 +213,7 @@ class ClassifierNode(LifecycleNode):
                 f"loaded gallery {path}: {len(self.gallery)} classes {self.gallery.shot_counts()}")
         except GalleryError as exc:
             # Keep the unusable file (it may be another encoder's work) out of autosave's way.
-            aside = path.with_name(f"{path.name}.rejected-{int(time.time())}")
+            aside = path.with_name(f"{path.name}.rejected-{time.time_ns()}")
             path.rename(aside)
             self.get_logger().error(f"{exc}; moved it to {aside} and started with an empty gallery")
 
@@ -201,12 +230,19 @@ class ClassifierNode(LifecycleNode):
         if not self.params["autosave"]:
             return None
         try:
-            with self._lock:
-                self.gallery.save(self._gallery_path())
+            self._save(self._gallery_path())
         except OSError as exc:
             self.get_logger().error(f"could not save the gallery: {exc}")
             return f" (autosave failed: {exc})"
         return None
+
+    def _save(self, path: Path) -> int:
+        """Write a snapshot; the per-frame path never waits for the disk."""
+        with self._save_lock:
+            with self._lock:
+                snapshot = self.gallery.copy()
+            snapshot.save(path)
+        return snapshot.version
 
     def _on_set_parameters(self, params: List[Any]) -> SetParametersResult:
         with self._lock:
@@ -222,6 +258,8 @@ class ClassifierNode(LifecycleNode):
     # -- per-frame path ----------------------------------------------------
     def _on_embedding(self, msg: Embedding) -> None:
         started = time.perf_counter()
+        if not self._active:
+            return
         if msg.encoder_id != self.encoder_id:
             self.get_logger().warning(
                 f"ignoring embeddings from encoder '{msg.encoder_id}': this classifier uses "
@@ -229,16 +267,22 @@ class ClassifierNode(LifecycleNode):
                 throttle_duration_sec=5.0)
             return
         vector = np.asarray(msg.vector, dtype=np.float32)
+        if vector.shape != (self.gallery.embedding_dim,) or not np.all(np.isfinite(vector)):
+            self.get_logger().warning(
+                f"ignoring an embedding of {vector.size} values (expected "
+                f"{self.gallery.embedding_dim} finite values)", throttle_duration_sec=5.0)
+            return
         with self._capture_lock:
             if self._capture is not None:
                 self._capture.offer(vector)
         with self._lock:
             (prediction,) = self.classifier.predict(vector[None])
             version = self.gallery.version
+            threshold = self.classifier.threshold
         out = Classification()
         out.header = msg.header
         out.label, out.score, out.unknown = prediction.label, prediction.score, prediction.unknown
-        out.threshold = float(self.classifier.threshold)
+        out.threshold = float(threshold)
         out.top_labels, out.top_scores = prediction.top_labels, prediction.top_scores
         out.gallery_version = version
         out.encoder_id = self.encoder_id
@@ -271,16 +315,19 @@ class ClassifierNode(LifecycleNode):
         elif not wanted and self._image_sub is not None:
             self.destroy_subscription(self._image_sub)
             self._image_sub = None
-            self._frames.clear()
+            with self._frames_lock:
+                self._frames.clear()
 
     def _on_image(self, msg: Image) -> None:
-        self._frames.append(((msg.header.stamp.sec, msg.header.stamp.nanosec), msg))
-        while len(self._frames) > self.params["annotation_cache"]:
-            self._frames.popleft()
+        with self._frames_lock:
+            self._frames.append(((msg.header.stamp.sec, msg.header.stamp.nanosec), msg))
+            while len(self._frames) > self.params["annotation_cache"]:
+                self._frames.popleft()
 
     def _publish_annotation(self, header: Any, prediction: Any) -> None:
         key = (header.stamp.sec, header.stamp.nanosec)
-        frame = next((image for stamp, image in reversed(self._frames) if stamp == key), None)
+        with self._frames_lock:
+            frame = next((image for stamp, image in reversed(self._frames) if stamp == key), None)
         if frame is None:
             return
         try:
@@ -305,9 +352,16 @@ class ClassifierNode(LifecycleNode):
         elif max(len(request.images), request.capture_frames) > limit:
             response.message = (f"{max(len(request.images), request.capture_frames)} shots in one "
                                 f"request; at most {limit} (parameter max_enroll_images)")
+        elif not self._enroll_slots.acquire(blocking=False):
+            response.message = (f"{MAX_CONCURRENT_ENROLLS} enroll requests are already being "
+                                "processed; retry when one has answered")
         else:
-            vectors, error = (self._encode_remote(request.images) if request.images
-                              else self._capture_live(request.capture_frames, request.capture_timeout_s))
+            try:
+                vectors, error = (
+                    self._encode_remote(request.images) if request.images
+                    else self._capture_live(request.capture_frames, request.capture_timeout_s))
+            finally:
+                self._enroll_slots.release()
             if error:
                 response.message = error
             else:
@@ -350,7 +404,9 @@ class ClassifierNode(LifecycleNode):
         return np.asarray([e.vector for e in result.embeddings], dtype=np.float32), ""
 
     def _capture_live(self, count: int, timeout_s: float) -> Tuple[Optional[np.ndarray], str]:
-        timeout = timeout_s if timeout_s > 0 else self.params["capture_timeout_s"]
+        # 0 (unset), NaN or absurd values fall back to / are capped at sane limits.
+        timeout = (min(float(timeout_s), MAX_WAIT_S) if math.isfinite(timeout_s) and timeout_s > 0
+                   else self.params["capture_timeout_s"])
         capture = _Capture(count)
         with self._capture_lock:
             if self._capture is not None:
@@ -390,9 +446,7 @@ class ClassifierNode(LifecycleNode):
     def _on_save(self, request: SaveGallery.Request, response: SaveGallery.Response) -> SaveGallery.Response:
         path = self._gallery_path(request.path)
         try:
-            with self._lock:
-                self.gallery.save(path)
-                response.gallery_version = self.gallery.version
+            response.gallery_version = self._save(path)
             response.success, response.message, response.path = True, f"saved to {path}", str(path)
         except OSError as exc:
             response.success, response.message = False, f"could not save to {path}: {exc}"

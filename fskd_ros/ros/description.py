@@ -53,16 +53,16 @@ def default_params_file() -> str:
 
 
 def fastdds_profile() -> str:
-    """Shared-memory transport profile for the running ROS distribution."""
-    name = "fastdds_shm_humble.xml" if os.environ.get("ROS_DISTRO") == "humble" else "fastdds_shm.xml"
-    return str(share_dir() / "config" / name)
+    """Shared-memory transport profile (Fast DDS 2.6+ and 3.x)."""
+    return str(share_dir() / "config" / "fastdds_shm.xml")
 
 
 LAUNCH_ARGUMENTS = [
     LaunchArgument("camera_topic", "/camera/image_raw", "Image topic to classify (sensor_msgs/Image)"),
-    LaunchArgument("model", "default", "ONNX encoder file; 'default' = the shipped distilled MobileViT-XXS"),
-    LaunchArgument("gallery_path", "~/.ros/fskd_ros/gallery.npz", "Gallery file loaded at start, saved on change"),
-    LaunchArgument("backend", "onnxruntime", "Encoder backend: onnxruntime or tensorrt"),
+    # '' = keep the value of the parameters file, so a YAML can set these too.
+    LaunchArgument("model", "", "ONNX encoder file ('' = params file; 'default' = the shipped encoder)"),
+    LaunchArgument("gallery_path", "", "Gallery file loaded at start, saved on change ('' = params file)"),
+    LaunchArgument("backend", "", "Encoder backend: onnxruntime or tensorrt ('' = params file)"),
     LaunchArgument("params_file", "", "Parameters YAML ('' = config/inspect.yaml of this package)"),
 ]
 
@@ -82,3 +82,9 @@ NODES = [
 
 def argument_defaults() -> Dict[str, str]:
     return {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}
+
+
+def parameter_overrides(node: NodeDescription, values: Dict[str, str]) -> Dict[str, str]:
+    """Node parameters set by launch arguments; empty arguments leave the YAML value."""
+    return {param: values[argument] for param, argument in node.parameters_from_arguments.items()
+            if values.get(argument)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from typing import Any, List, Optional
 
 import numpy as np
@@ -58,10 +59,19 @@ class EncoderNode(LifecycleNode):
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise RuntimeError("encoder failed to configure (see the error above)")
-            self.trigger_activate()
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise RuntimeError("encoder failed to activate")
 
     # -- lifecycle ---------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        # rclpy's lifecycle swallows exceptions from transitions: log them here.
+        try:
+            return self._configure()
+        except Exception:  # noqa: BLE001 - anything unexpected must be visible
+            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> TransitionCallbackReturn:
         path = resolve_encoder_path(self.params["model"])
         name = self.params["backend"]
         options = ({"device": self.params["device"],
@@ -131,8 +141,16 @@ class EncoderNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        if self.backend is not None:
-            self.backend.close()
+        # Stop every user of the backend before releasing it (device buffers on TensorRT).
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+            self._image_sub = None
+        if self._encode_srv is not None:
+            self.destroy_service(self._encode_srv)
+            self._encode_srv = None
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            backend.close()
         return TransitionCallbackReturn.SUCCESS
 
     # -- work --------------------------------------------------------------
@@ -142,13 +160,20 @@ class EncoderNode(LifecycleNode):
 
     def _on_image(self, msg: Image) -> None:
         started = time.perf_counter()
+        if self.backend is None:
+            return
         try:
             rgb = image_to_rgb(msg)
         except ImageFormatError as exc:
             self.stats.reject()
             self.get_logger().warning(f"dropping frame: {exc}", throttle_duration_sec=5.0)
             return
-        vector = self.encode_images([rgb])[0]
+        try:
+            vector = self.encode_images([rgb])[0]
+        except Exception as exc:  # noqa: BLE001 - a backend failure must not kill the node
+            self.stats.reject()
+            self.get_logger().error(f"encoder failed on a frame: {exc}", throttle_duration_sec=5.0)
+            return
         out = Embedding()
         out.header = msg.header
         out.vector = vector.astype(np.float32).tolist()
@@ -188,7 +213,11 @@ class EncoderNode(LifecycleNode):
                 response.success, response.message = False, f"image {index}: {exc}"
                 return response
         started = time.perf_counter()
-        vectors = self.encode_images(images)
+        try:
+            vectors = self.encode_images(images)
+        except Exception as exc:  # noqa: BLE001
+            response.success, response.message = False, f"encoder failed: {exc}"
+            return response
         elapsed_ms = (time.perf_counter() - started) * 1e3 / len(images)
         for image, vector in zip(request.images, vectors):
             embedding = Embedding()
@@ -220,7 +249,8 @@ def run_nodes(node_factories: List[Any], args: Optional[List[str]] = None,
         return 1
     if connect is not None:
         connect(nodes)
-    executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
+    # Enough threads that waiting enroll requests never starve frames or services.
+    executor = MultiThreadedExecutor(num_threads=max(6, 3 * len(nodes)))
     for node in nodes:
         executor.add_node(node)
     try:

@@ -15,7 +15,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from fskd_ros.ros.description import (LAUNCH_ARGUMENTS, NAMESPACE, NODES, NodeDescription,
-                                      default_params_file, fastdds_profile)
+                                      default_params_file, fastdds_profile, parameter_overrides)
 
 
 def parse_arguments(argv: List[str]) -> Dict[str, str]:
@@ -48,8 +48,7 @@ def node_parameter_overrides(node: NodeDescription, values: Dict[str, str]) -> l
     """Argument-driven parameters; like launch's, they win over the YAML file."""
     from rclpy.parameter import Parameter
 
-    return [Parameter(param, value=values[argument])
-            for param, argument in node.parameters_from_arguments.items()]
+    return [Parameter(name, value=value) for name, value in parameter_overrides(node, values).items()]
 
 
 def node_factories(values: Dict[str, str]) -> List[Callable[[], object]]:

@@ -22,4 +22,4 @@ RESULTS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # Late-joining subscribers get the last value (replay source index).
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                      reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.VOLATILE)
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
