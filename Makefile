@@ -24,8 +24,9 @@ BUILD_STAMP := $(CURDIR)/build/.fskd_ros_built
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm_localhost.xml
-export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm_localhost.xml
 ifeq ($(ROS_DISTRO),humble)
+# Humble: Fast DDS 2.6 reads the older variable, and has no discovery range.
+export FASTRTPS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_shm_localhost.xml
 export ROS_LOCALHOST_ONLY := 1
 endif
 export AMENT_PREFIX_PATH := $(INSTALL):$(VENV)

@@ -15,8 +15,9 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 if os.environ.get("ROS_DISTRO") == "humble":
     os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(20, 99)))
-for _variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
-    os.environ.setdefault(_variable, str(REPO_ROOT / "config" / "fastdds_shm_localhost.xml"))
+_profile_variable = ("FASTRTPS_DEFAULT_PROFILES_FILE" if os.environ.get("ROS_DISTRO") == "humble"
+                     else "FASTDDS_DEFAULT_PROFILES_FILE")
+os.environ.setdefault(_profile_variable, str(REPO_ROOT / "config" / "fastdds_shm_localhost.xml"))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
