@@ -14,9 +14,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # onnx is imported lazily at run time
+    import onnx
 
 METADATA_KEY = "fskd"
 FORMAT_VERSION = 1
@@ -114,7 +117,7 @@ def read_encoder_info(path: Path | str) -> EncoderInfo:
     return EncoderInfo.from_json(props[METADATA_KEY])
 
 
-def write_encoder_info(model: "onnx.ModelProto", info: EncoderInfo) -> None:  # noqa: F821
+def write_encoder_info(model: "onnx.ModelProto", info: EncoderInfo) -> None:
     """Attach (or replace) the fskd metadata on an in-memory ONNX model."""
     kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
     del model.metadata_props[:]

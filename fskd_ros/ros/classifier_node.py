@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import math
 import sys
-import traceback
 import threading
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any, Deque, List, Optional, Tuple
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -30,11 +28,12 @@ from fskd_ros.core.encoder_file import EncoderFileError, read_encoder_info, reso
 from fskd_ros.core.gallery import Gallery, GalleryError, validate_label
 from fskd_ros.core.preprocessing import ImageFormatError
 from fskd_ros.msg import Classification, Embedding
-from fskd_ros.ros import diagnostics, qos
+from fskd_ros.ros import qos
 from fskd_ros.ros.annotate import draw_prediction
 from fskd_ros.ros.encoder_node import run_nodes
 from fskd_ros.ros.image_conversion import image_to_rgb, rgb_to_image
-from fskd_ros.ros.params import ParamSpec, declare_parameters
+from fskd_ros.ros.managed_node import ManagedNode
+from fskd_ros.ros.params import ParamSpec
 from fskd_ros.srv import Encode, Enroll, Forget, ListClasses, LoadGallery, SaveGallery
 
 PARAMETERS = [
@@ -73,10 +72,9 @@ class _Capture:
                 self.done.set()
 
 
-class ClassifierNode(LifecycleNode):
+class ClassifierNode(ManagedNode):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("classifier", **kwargs)
-        self.params = declare_parameters(self, PARAMETERS)
+        super().__init__("classifier", PARAMETERS, **kwargs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.RLock()  # guards gallery + classifier
         self._save_lock = threading.Lock()  # orders disk writes (done outside _lock)
@@ -101,24 +99,9 @@ class ClassifierNode(LifecycleNode):
         self._client_group = ReentrantCallbackGroup()
         self._encode_client = None
         self._local_encoder = False
-        self.stats = diagnostics.FrameStats()
-        self._diagnostics_pub = self.create_publisher(
-            diagnostics.DiagnosticArray, "/diagnostics", 10)
-        if self.params["autostart"]:
-            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError("classifier failed to configure (see the error above)")
-            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError("classifier failed to activate")
+        self.autostart()
 
     # -- lifecycle ---------------------------------------------------------
-    def on_configure(self, state: State) -> TransitionCallbackReturn:
-        # rclpy's lifecycle swallows exceptions from transitions: log them here.
-        try:
-            return self._configure()
-        except Exception:  # noqa: BLE001 - anything unexpected must be visible
-            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
-            return TransitionCallbackReturn.FAILURE
-
     def _configure(self) -> TransitionCallbackReturn:
         try:
             info = read_encoder_info(resolve_encoder_path(self.params["model"]))
@@ -299,10 +282,8 @@ class ClassifierNode(LifecycleNode):
                           threshold=self.classifier.threshold, encoder_id=self.encoder_id,
                           gallery_path=str(self._gallery_path()))
         empty = values["classes"] == 0
-        diagnostics.publish(self, self._diagnostics_pub, diagnostics.make_status(
-            f"{self.get_fully_qualified_name()}: classifier", "fskd_ros",
-            "no classes enrolled" if empty else f"{values['classes']} classes", values,
-            diagnostics.DiagnosticStatus.WARN if empty else None))
+        self.publish_diagnostics(
+            "classifier", "no classes enrolled" if empty else f"{values['classes']} classes", values, empty)
 
     def _update_image_subscription(self) -> None:
         self._set_image_subscription(self._pubs["annotated"].get_subscription_count() > 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable
 
 import rclpy
 from rclpy.executors import MultiThreadedExecutor

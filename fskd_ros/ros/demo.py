@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import numpy as np
 from fskd_ros.core.encoder_file import read_encoder_info, resolve_encoder_path
 from fskd_ros.core.preprocessing import load_image_file
 from fskd_ros.ros.description import fastdds_profile
+from fskd_ros.ros.processes import child_env, stop
 from fskd_ros.ros.replay_node import IMAGE_SUFFIXES
 
 CAMERA = "/demo/camera/image_raw"
@@ -78,23 +78,6 @@ def split(classes: Dict[str, List[Path]], shots: int, per_class: int,
 
 def percentile(values: List[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", fastdds_profile())
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_demo(args: argparse.Namespace) -> dict:

@@ -7,7 +7,6 @@ nodes, with the same parameters file, arguments and remappings.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -41,7 +40,7 @@ def share_dir() -> Path:
 
         try:
             return Path(get_package_share_directory(PACKAGE))
-        except PackageNotFoundError:
+        except (PackageNotFoundError, OSError):  # not installed / AMENT_PREFIX_PATH unset
             pass
     except ImportError:
         pass

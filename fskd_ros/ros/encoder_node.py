@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
 from typing import Any, List, Optional
 
 import numpy as np
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -24,9 +22,10 @@ from fskd_ros.core.backends import BackendError, EncoderBackend, create_backend
 from fskd_ros.core.encoder_file import EncoderFileError, resolve_encoder_path
 from fskd_ros.core.preprocessing import ImageFormatError, preprocess_batch
 from fskd_ros.msg import Embedding
-from fskd_ros.ros import diagnostics, qos
+from fskd_ros.ros import qos
 from fskd_ros.ros.image_conversion import image_to_rgb
-from fskd_ros.ros.params import ParamSpec, declare_parameters
+from fskd_ros.ros.managed_node import ManagedNode
+from fskd_ros.ros.params import ParamSpec
 from fskd_ros.srv import Encode
 
 PARAMETERS = [
@@ -42,35 +41,19 @@ PARAMETERS = [
 ]
 
 
-class EncoderNode(LifecycleNode):
+class EncoderNode(ManagedNode):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__("encoder", **kwargs)
-        self.params = declare_parameters(self, PARAMETERS)
+        super().__init__("encoder", PARAMETERS, **kwargs)
         self.backend: Optional[EncoderBackend] = None
         self._image_sub = None
         self._encode_srv = None
         self._embedding_pub = None
         self._frame_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
-        self.stats = diagnostics.FrameStats()
-        self._diagnostics_pub = self.create_publisher(
-            diagnostics.DiagnosticArray, "/diagnostics", 10)
         self._local_listeners: List[Any] = []
-        if self.params["autostart"]:
-            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError("encoder failed to configure (see the error above)")
-            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                raise RuntimeError("encoder failed to activate")
+        self.autostart()
 
     # -- lifecycle ---------------------------------------------------------
-    def on_configure(self, state: State) -> TransitionCallbackReturn:
-        # rclpy's lifecycle swallows exceptions from transitions: log them here.
-        try:
-            return self._configure()
-        except Exception:  # noqa: BLE001 - anything unexpected must be visible
-            self.get_logger().error(f"configure failed:\n{traceback.format_exc()}")
-            return TransitionCallbackReturn.FAILURE
-
     def _configure(self) -> TransitionCallbackReturn:
         path = resolve_encoder_path(self.params["model"])
         name = self.params["backend"]
@@ -111,9 +94,7 @@ class EncoderNode(LifecycleNode):
         message = ("untrained encoder" if not self.backend.info.trained else
                    f"{values['rejected_frames']} malformed frames dropped" if values["rejected_frames"]
                    else "running")
-        diagnostics.publish(self, self._diagnostics_pub, diagnostics.make_status(
-            f"{self.get_fully_qualified_name()}: encoder", "fskd_ros", message, values,
-            diagnostics.DiagnosticStatus.WARN if warn else None))
+        self.publish_diagnostics("encoder", message, values, warn)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self._image_sub = self.create_subscription(

@@ -9,7 +9,6 @@ the node) is reported next to it, so the DDS overhead is the difference.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from fskd_ros.ros.description import fastdds_profile
+from fskd_ros.ros.processes import child_env, stop
 
 CAMERA = "/latency_probe/image_raw"
 
@@ -39,11 +39,10 @@ def measure_ros_latency(model_path: str = "default", backend: str = "onnxruntime
 
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="fskd_latency_"))
     log = open(log_dir / "inspect.log", "wb")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fskd_ros.ros.inspect", f"camera_topic:={CAMERA}", f"model:={model_path}",
          f"backend:={backend}", f"gallery_path:={log_dir / 'gallery.npz'}"],
-        stdout=log, stderr=subprocess.STDOUT, env=env)
+        stdout=log, stderr=subprocess.STDOUT, env=child_env())
     client = PipelineClient(name="fskd_latency_probe")
     arrived: Dict[int, float] = {}
     inference: Dict[int, float] = {}
@@ -81,12 +80,7 @@ def measure_ros_latency(model_path: str = "default", backend: str = "onnxruntime
             time.sleep(0.01)
     finally:
         client.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
         log.close()
     if not latencies:
         raise RuntimeError(f"no classification arrived; see {log_dir / 'inspect.log'}")
