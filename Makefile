@@ -39,9 +39,15 @@ export PYTHONUNBUFFERED := 1
 .PHONY: demo test build venv clean bench
 .DEFAULT_GOAL := demo
 
+# A venv whose scripts no longer run (moved, or its Python upgraded) is rebuilt from scratch.
+VENV_HEALTHY := $(shell $(VENV)/bin/colcon --help >/dev/null 2>&1 && $(VENV)/bin/pytest --version >/dev/null 2>&1 && echo yes)
+ifneq ($(VENV_HEALTHY),yes)
+$(shell rm -f $(VENV)/.ready)
+endif
+
 $(VENV)/.ready: requirements.txt requirements-ros.txt setup.py
 	@echo "==> creating $(VENV) (ROS 2 Kilted wheels, onnxruntime, torch for training)"
-	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(if $(VENV_HEALTHY),,--clear) $(VENV)
 	$(VPY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 	set -o pipefail; $(VPY) -m pip install -q -r requirements-ros.txt -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	set -o pipefail; $(VPY) -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
