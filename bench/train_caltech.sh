@@ -6,14 +6,14 @@
 # caltech101 novel, neu-cls and omniglot-small through the runtime's
 # onnxruntime backend. One thread everywhere (a shared 2-core machine).
 #
-#   bench/train_caltech.sh [RUNS_DIR] [STAGE...]   stages: distill baselines teacher longer ablation
+#   bench/train_caltech.sh [RUNS_DIR] [STAGE...]   stages: distill ce_xxs resnet12 stdtarget teacher longer ablation
 #
 # Every step resumes / reuses caches, so re-running after an interruption is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 R=${1:-runs}; shift || true
-STAGES=${*:-distill baselines teacher longer ablation}
+STAGES=${*:-distill ce_xxs resnet12 stdtarget teacher longer ablation}
 DATA=${DATA:-$(cd ../shared/data && pwd -P)}
 BASE="$DATA/caltech101@base"
 C="$R/cache"
@@ -36,10 +36,11 @@ for stage in $STAGES; do
     $FSKD distill --student mobilevit_xxs --teacher efficientnet_lite2 --teacher-size 160 \
       --views 3 --epochs 10 --output-dir "$R/distill_xxs_t160" $TRAIN
     export_eval distill_xxs_t160 ;;
-  baselines)  # same base images, same crops (source 168 px), plain cross-entropy
+  ce_xxs)  # same base images, same crops (source 168 px), plain cross-entropy
     $FSKD train --arch mobilevit_xxs --epochs 10 --source-size 168 \
       --output-dir "$R/ce_xxs" $TRAIN
-    export_eval ce_xxs
+    export_eval ce_xxs ;;
+  resnet12)
     # ResNet12 at quarter width: 2.2x the step time of XXS; 5 epochs ~ the same wall-clock.
     $FSKD train --arch resnet12_tiny --epochs 5 --source-size 168 \
       --output-dir "$R/ce_resnet12_tiny" $TRAIN
@@ -50,6 +51,10 @@ for stage in $STAGES; do
         --base-data "$BASE" --base-max-per-class 20 --threads 1 --cache-dir "$C"
       $FSKD eval "efficientnet_lite2@$size=$R/onnx/teacher_lite2_$size.onnx" $EVAL
     done ;;
+  stdtarget)  # as `distill`, but MSE to per-dimension standardised teacher features
+    $FSKD distill --student mobilevit_xxs --teacher efficientnet_lite2 --teacher-size 160 \
+      --views 3 --epochs 10 --target-norm standardize --output-dir "$R/distill_xxs_t160_std" $TRAIN
+    export_eval distill_xxs_t160_std ;;
   longer)  # the distillation continued to 20 epochs (cosine schedule stretched to 20 epochs)
     OUT="$R/distill_xxs_t160_e20"
     FROM=$([ -f "$OUT/last.pt" ] && echo auto || echo "$R/distill_xxs_t160/last.pt")

@@ -235,3 +235,16 @@ def test_shipped_default_encoder_runs():
     session = ort.InferenceSession(str(default_encoder_path()))
     (out,) = session.run(None, {"images": np.zeros((2, 3, 84, 84), np.float32)})
     assert out.shape == (2, 320) and np.isfinite(out).all()
+
+
+def test_distill_online_teacher_with_standardised_targets(tiny: Path, tmp_path: Path):
+    from fskd_ros.training.common import load_checkpoint
+
+    rc = fskd(["distill", "--data", f"{tiny}@base", "--teacher-size", str(SIZE),
+               "--input-size", str(SIZE), "--views", "0", "--target-norm", "standardize",
+               "--epochs", "1", "--max-steps", "1", "--batch-size", "4",
+               "--output-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+               "--threads", "1"])
+    assert rc == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "final.pt")
+    assert ckpt["target_norm"] == "standardize" and ckpt["teacher"]["views"] == 0

@@ -199,6 +199,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-size", type=int, default=0,
                         help="resolution of the decoded images crops are cut from "
                              "(0 = max(teacher size, 2 x input size))")
+    parser.add_argument("--target-norm", choices=("none", "standardize"), default="none",
+                        help="none: MSE to the raw teacher feature (the paper); standardize: "
+                             "to the teacher feature z-scored per dimension (statistics over "
+                             "the cached views, or the first batches online)")
     parser.add_argument("--views", type=int, default=4,
                         help="cached crops per image (0 = run the teacher online every step)")
     add_data_arguments(parser)
@@ -254,6 +258,24 @@ def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:
     set_seed(args.seed)  # same student init on every rank
     encoder = create_encoder(args.student)
     spec = EncoderSpec(args.student, [args.input_size] * 2)
+    # Per-dimension target statistics (identity for --target-norm none). Raw
+    # features are dominated by a few large, shared dimensions; z-scoring makes
+    # the MSE weigh every dimension's between-image variation equally.
+    t_mean = torch.zeros(1)
+    t_std = torch.ones(1)
+    if args.target_norm == "standardize":
+        if cache is not None:
+            sample = torch.from_numpy(np.asarray(cache.feats, dtype=np.float32))
+        else:
+            rng = np.random.default_rng([args.seed, 12345])
+            pick = rng.choice(len(source), min(len(source), 256), replace=False)
+            (_, t_u8), _ = crop_batch(source[np.sort(pick)], rng, [args.input_size, teacher_size],
+                                      scale)
+            with torch.no_grad():
+                sample = torch.cat([teacher(to_float(chunk, tspec.mean, tspec.std).to(
+                    dist_info.device)).float().cpu() for chunk in t_u8.split(32)])
+        t_mean, t_std = sample.mean(0), sample.std(0).clamp_min(1e-4)
+    t_mean, t_std = t_mean.to(dist_info.device), t_std.to(dist_info.device)
     modules = Distiller(encoder, int(cache.feats.shape[1]) if cache else
                         int(teacher(torch.zeros(1, 3, teacher_size, teacher_size,
                                                 device=dist_info.device)).shape[1]))
@@ -266,7 +288,7 @@ def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         x = to_float(torch.from_numpy(np.ascontiguousarray(cache.student[rows_sorted])),
                      spec.mean, spec.std)
         y = torch.from_numpy(np.asarray(cache.feats[rows_sorted], dtype=np.float32))
-        return x.to(device), y.to(device)
+        return x.to(device), (y.to(device) - t_mean) / t_std
 
     def collate_online(indices: List[int], epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([args.seed, epoch, dist_info.rank, indices[0]])
@@ -274,6 +296,7 @@ def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:
                                      [args.input_size, teacher_size], scale)
         with torch.no_grad():
             y = teacher(to_float(t_u8, tspec.mean, tspec.std).to(device)).float()
+        y = (y - t_mean) / t_std
         return to_float(s_u8, spec.mean, spec.std).to(device), y
 
     n = len(imageset)
@@ -287,7 +310,8 @@ def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:
         modules, "encoder", spec, distill_loss, loader_fn,
         steps_per_epoch(n, args.batch_size, dist_info.world_size), LoopConfig.from_args(args),
         dist_info, "distill", args,
-        extra={"teacher": {"name": args.teacher, "arch": tspec.arch, "size": teacher_size,
+        extra={"target_norm": args.target_norm,
+               "teacher": {"name": args.teacher, "arch": tspec.arch, "size": teacher_size,
                            "views": args.views, "source_size": source_size},
                "data": imageset.name, "num_images": n})
     if dist_info.is_main:
