@@ -32,7 +32,7 @@ PARAMETERS = [
     ParamSpec("model", "default", "ONNX encoder file; 'default' = the encoder shipped with fskd_ros"),
     ParamSpec("backend", "onnxruntime", "Inference backend: onnxruntime or tensorrt"),
     ParamSpec("device", "cpu", "onnxruntime device: cpu or cuda"),
-    ParamSpec("intra_op_threads", 0, "onnxruntime threads (0 = library default)", (0, 64)),
+    ParamSpec("intra_op_threads", 1, "onnxruntime threads; 1 leaves the other cores to DDS and the camera (0 = all cores)", (0, 64)),
     ParamSpec("precision", "fp16", "tensorrt precision: fp16, fp32 or int8"),
     ParamSpec("engine_cache_dir", "", "tensorrt engine cache folder ('' = ~/.cache/fskd_ros/engines)"),
     ParamSpec("allow_engine_build", True, "tensorrt: build a missing/stale engine (else refuse)"),
