@@ -11,8 +11,6 @@ unicode scalar), read with ``allow_pickle=False`` and written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from fskd_ros.core.atomic import atomic_open
 
 GALLERY_FORMAT = 1
 MAX_LABEL_LENGTH = 64
@@ -164,18 +164,9 @@ class Gallery:
         }
         shots = (np.concatenate([self._classes[label].shots for label in labels])
                  if labels else np.zeros((0, self.embedding_dim), np.float32))
-        handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as tmp:
-                np.savez(tmp, header=np.array(json.dumps(header)), shots=shots.astype(np.float32),
-                         base_mean=self.base_mean)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-            raise
+        with atomic_open(path) as handle:
+            np.savez(handle, header=np.array(json.dumps(header)), shots=shots.astype(np.float32),
+                     base_mean=self.base_mean)
         return path
 
     @classmethod

@@ -30,11 +30,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple
+
+from fskd_ros.core.atomic import atomic_write_bytes
 
 LOG = logging.getLogger("fskd_ros.engine_cache")
 
@@ -138,19 +139,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace`` it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Engines and sidecars are written atomically (see fskd_ros.core.atomic)."""
+    atomic_write_bytes(path, data)
 
 
 def calibration_fingerprint(files: Sequence[Path | str]) -> str:
