@@ -119,6 +119,16 @@ def cleanup_distributed(info: Optional[DistInfo]) -> None:
         dist.destroy_process_group()
 
 
+def run_distributed(args, body) -> int:
+    """Set threads, join the torchrun group (if any), run ``body(args, info)``, always leave it."""
+    set_threads(args.threads)
+    info = init_distributed(args.device)
+    try:
+        return body(args, info)
+    finally:
+        cleanup_distributed(info)
+
+
 def add_common_arguments(parser) -> None:
     """Arguments every training command shares."""
     parser.add_argument("--seed", type=int, default=0)

@@ -31,8 +31,7 @@ from tqdm import tqdm
 
 from fskd_ros.training.augment import apply_crop, crop_batch, sample_crop, to_float
 from fskd_ros.training.common import (DEFAULT_DATA_ROOT, DistInfo, add_common_arguments,
-                                      cleanup_distributed, init_distributed, save_json, set_seed,
-                                      set_threads)
+                                      run_distributed, save_json, set_seed)
 from fskd_ros.training.data import ImageSet, cache_key, decode_images, parse_set_spec
 from fskd_ros.training.engine import LoopConfig, add_loop_arguments, run_loop
 from fskd_ros.training.models import EncoderSpec, create_encoder, create_teacher, feature_dim
@@ -211,12 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
-    dist_info = init_distributed(args.device)
-    try:
-        return _run(args, dist_info)
-    finally:
-        cleanup_distributed(dist_info)
+    return run_distributed(args, _run)
 
 
 def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:

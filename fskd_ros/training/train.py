@@ -18,8 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fskd_ros.training.augment import crop_batch, to_float
-from fskd_ros.training.common import (DistInfo, add_common_arguments, cleanup_distributed,
-                                      init_distributed, set_seed, set_threads)
+from fskd_ros.training.common import DistInfo, add_common_arguments, run_distributed, set_seed
 from fskd_ros.training.data import decode_images
 from fskd_ros.training.distill import (index_loader, add_data_arguments, load_image_sets,
                                        steps_per_epoch)
@@ -69,12 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
-    dist_info = init_distributed(args.device)
-    try:
-        return _run(args, dist_info)
-    finally:
-        cleanup_distributed(dist_info)
+    return run_distributed(args, _run)
 
 
 def _run(args: argparse.Namespace, dist_info: DistInfo) -> int:
